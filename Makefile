@@ -1,0 +1,37 @@
+# Two set-up commands for a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test run check-config bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-install when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/zalo-bridge demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+run: $(VENV)/.installed
+	$(BIN)/zalo-bridge run --config config.toml
+
+check-config: $(VENV)/.installed
+	$(BIN)/zalo-bridge check-config --config config.toml
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/store.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

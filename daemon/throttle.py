@@ -1,0 +1,97 @@
+"""One rate budget for every Zalo API call, with priorities.
+
+asyncio-throttle's ``Throttler`` enforces the rate (a sliding one-second window). In front of
+it sits a small dispatcher: callers wait in a priority heap and a single task hands out each
+slot the throttler grants to the most urgent waiter, so campaign sends always go before
+follower backfill calls while both share the same budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asyncio_throttle import Throttler
+
+SEND = 0  # campaign sends, token-related calls
+BACKGROUND = 1  # follower backfill, user details
+
+
+class PriorityThrottle:
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        on_wait: Callable[[int, float], Any] | None = None,
+    ) -> None:
+        self.rate = rate_per_s
+        self._throttler = _make_throttler(rate_per_s)
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+        self._on_wait = on_wait
+        self._penalty_until = 0.0
+        self.granted = [0, 0]
+
+    async def acquire(self, priority: int = SEND) -> None:
+        """Wait for a slot of the shared budget."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        started = time.monotonic()
+        heapq.heappush(self._heap, (priority, next(self._seq), fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._dispatch(), name="zalo-throttle")
+        await fut
+        if self._on_wait is not None:
+            self._on_wait(priority, time.monotonic() - started)
+
+    async def _dispatch(self) -> None:
+        while self._heap:
+            if self._penalty_until and time.monotonic() >= self._penalty_until:
+                self._penalty_until = 0.0
+                self._throttler.rate_limit = _slots(self.rate)
+            await self._throttler.acquire()
+            while self._heap:
+                priority, _, fut = heapq.heappop(self._heap)
+                if not fut.done():
+                    fut.set_result(None)
+                    self.granted[min(priority, 1)] += 1
+                    break
+
+    def slow_down(self, factor: float = 0.5, for_s: float = 60.0) -> None:
+        """Zalo said -32 (rate limit): use a smaller budget for a while."""
+        self._throttler.rate_limit = max(1, int(_slots(self.rate) * factor))
+        self._penalty_until = time.monotonic() + for_s
+
+    @property
+    def current_rate(self) -> float:
+        return self._throttler.rate_limit / self._throttler.period
+
+    def waiting(self) -> int:
+        return sum(1 for *_, f in self._heap if not f.done())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for *_, fut in self._heap:
+            fut.cancel()
+        self._heap.clear()
+
+
+def _slots(rate: float) -> int:
+    return max(1, round(rate)) if rate >= 1 else 1
+
+
+def _make_throttler(rate: float) -> Throttler:
+    # Below one call per second the window is stretched instead (1 call per 1/rate seconds).
+    if rate >= 1:
+        return Throttler(rate_limit=_slots(rate), period=1.0, retry_interval=0.005)
+    return Throttler(rate_limit=1, period=1.0 / rate, retry_interval=0.01)
