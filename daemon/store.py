@@ -199,6 +199,7 @@ class Store:
         self._events: dict[str, asyncio.Event] = {}
         self._closed = False
         self._stats_cache: StoreStats | None = None
+        self._activity: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self.recovered = 0
         self.commits = 0
 
@@ -354,7 +355,19 @@ class Store:
             except RuntimeError:  # loop closed: nobody is waiting any more
                 pass
 
+    @property
+    def activity(self) -> asyncio.Event:
+        """Set after every commit (tests and tools wait on it instead of sleeping)."""
+        loop = asyncio.get_running_loop()
+        ev = self._activity.get(loop)
+        if ev is None:
+            ev = self._activity[loop] = asyncio.Event()
+        return ev
+
     def _resolve(self, items: list[tuple[_Op, bool, Any]]) -> None:
+        ev = self._activity.get(asyncio.get_running_loop())
+        if ev is not None:
+            ev.set()
         kinds: set[str] = set()
         for op, ok, value in items:
             if op.future.done():

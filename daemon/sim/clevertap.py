@@ -107,9 +107,11 @@ class CleverTapSim:
             or request.headers.get("X-CleverTap-Passcode") != self.passcode
         ):
             self.calls.append({"records": 0, "http": 401})
+            self.changed.set()
             return self._json({"status": "fail", "error": "Invalid Credentials", "code": 401}, 401)
         if self.inflight >= self.max_concurrency:
             self.calls.append({"records": 0, "http": 429})
+            self.changed.set()
             return self._json({"status": "fail", "error": "Too many concurrent requests", "code": 429}, 429)
         self.inflight += 1
         self.peak_inflight = max(self.peak_inflight, self.inflight)
@@ -161,6 +163,7 @@ class CleverTapSim:
             return self._json({"status": status, "processed": processed, "unprocessed": unprocessed})
         finally:
             self.inflight -= 1
+            self.changed.set()
 
 
 class WebhookSender:

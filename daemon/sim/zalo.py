@@ -118,6 +118,7 @@ class ZaloSim:
         self.rejected_calls: list[dict[str, Any]] = []
         self.on_token_issued: list[Any] = []  # callbacks(pair) after a refresh was answered
         self.refreshes = 0
+        self.changed = asyncio.Event()  # set whenever a request was handled
 
     # ------------------------------------------------------------------ clock and set-up
 
@@ -236,8 +237,15 @@ class ZaloSim:
 
     # ------------------------------------------------------------------ HTTP app
 
+    @web.middleware
+    async def _notify(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            self.changed.set()
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=20 * 1024 * 1024)
+        app = web.Application(client_max_size=20 * 1024 * 1024, middlewares=[self._notify])
         app.router.add_post("/v4/oa/access_token", self._token)
         app.router.add_get("/v4/oa/permission", self._permission)
         app.router.add_post("/v3.0/oa/message/cs", self._message_cs)
