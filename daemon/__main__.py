@@ -166,7 +166,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return _fail(f"configuration error: {exc}", EXIT_CONFIG)
     if not os.path.exists(cfg.store.path):
         return _fail(f"no state store at {cfg.store.path}", EXIT_FAILURE)
-    return asyncio.run(_queue(cfg, args.action, args.ids or []))
+    return asyncio.run(_queue(cfg, args.action, getattr(args, "ids", None) or []))
 
 
 # ---------------------------------------------------------------------------- auth

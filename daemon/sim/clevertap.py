@@ -36,7 +36,7 @@ class Faults:
     down_status: int | None = None  # every call answers this status until cleared (an outage)
     latency_s: float = 0.0
     fail_555: int = 0  # the next N records get per-record code 555 (server error, retryable)
-    fail_555_predicate: Any = None  # or: callable(record) -> bool
+    record_error: Any = None  # or: callable(record) -> (code, message) | None
 
 
 class CleverTapSim:
@@ -140,12 +140,11 @@ class CleverTapSim:
             processed = 0
             for i, rec in enumerate(records, start=1):
                 problem = self._check(rec)
-                if problem is None and (
-                    self.faults.fail_555 > 0 or (self.faults.fail_555_predicate and self.faults.fail_555_predicate(rec))
-                ):
-                    if self.faults.fail_555 > 0:
-                        self.faults.fail_555 -= 1
+                if problem is None and self.faults.fail_555 > 0:
+                    self.faults.fail_555 -= 1
                     problem = (555, "Miscellaneous server error")
+                if problem is None and self.faults.record_error is not None:
+                    problem = self.faults.record_error(rec)
                 if problem is not None:
                     code, err = problem
                     unprocessed.append({"status": "fail", "code": code, "error": f"{err}. Skipped record number : {i}", "record": rec})
