@@ -23,7 +23,7 @@ from daemon.config import Config, Secret, Secrets
 from daemon.sim import CleverTapSim, WebhookSender, ZaloSim
 
 ROOT = Path(__file__).resolve().parent.parent
-WEBHOOK_USER = "clevertap"
+WEBHOOK_USER = "ct-hook-user-x1"
 WEBHOOK_PASSWORD = "wh-pass-9f8e7d"
 
 # Logs go to a buffer (tests that check logs configure their own sink).
@@ -183,9 +183,10 @@ class Bridge:
 
 @pytest.fixture
 def bridge_factory(aiohttp_client: Any, zsim: ZaloSim, csim: CleverTapSim, config_factory: Callable[..., Config]):
-    async def factory(cfg: Config | None = None, **overrides: Any) -> Bridge:
+    async def factory(cfg: Config | None = None, *, clock: Callable[[], float] | None = None, **overrides: Any) -> Bridge:
         cfg = cfg or config_factory(**overrides)
-        client = await aiohttp_client(create_app(cfg, schedule_backfill=False))
+        kw = {"clock": clock} if clock is not None else {}
+        client = await aiohttp_client(create_app(cfg, schedule_backfill=False, **kw))
         return Bridge(client, zsim, csim)
 
     return factory

@@ -50,13 +50,13 @@ class ZaloClient:
         """One API call. Token errors trigger one refresh and one retry; a second is returned."""
         endpoint = path
         for attempt in (1, 2):
+            await self.throttle.acquire(priority)
             try:
-                token = await self.tokens.access_token()
+                async with self.tokens.use() as token:
+                    result = await self._once(method, path, token, params, json, upload)
             except TokenUnavailable as exc:
                 self.metrics.zalo_calls.labels(endpoint, "no_token").inc()
                 return ZaloResult(Action.RETRY, message=f"no access token: {exc}")
-            await self.throttle.acquire(priority)
-            result = await self._once(method, path, token, params, json, upload)
             self.metrics.zalo_calls.labels(endpoint, str(result.error or result.http_status or "transport")).inc()
             if result.action is Action.REFRESH_TOKEN and attempt == 1:
                 try:

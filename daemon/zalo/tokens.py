@@ -12,11 +12,12 @@ Rules (zalo-api.md §2.6-2.7):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -130,6 +131,14 @@ class TokenManager:
         self._inflight: asyncio.Task[TokenState] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # Calls in flight with the current token. A scheduled refresh lets them finish before it
+        # asks for a new token (Zalo revokes the old access token at once), holding new calls.
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._in_use = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._abort_drain = asyncio.Event()
         # Spread proactive refreshes of restarted daemons (fraction of the margin).
         self._jitter = self.rng.uniform(0.0, 0.25)
 
@@ -211,8 +220,35 @@ class TokenManager:
         assert state.access_token
         return state.access_token
 
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[str]:
+        """A token for one API call; a scheduled refresh waits for the call to finish."""
+        await self._gate.wait()
+        token = await self.access_token()
+        self._in_use += 1
+        self._drained.clear()
+        try:
+            yield token
+        finally:
+            self._in_use -= 1
+            if self._in_use == 0:
+                self._drained.set()
+
+    async def _drain(self) -> None:
+        """Wait (bounded) for calls in flight with the old token; a token error ends the wait."""
+        if self._in_use == 0:
+            return
+        self._abort_drain.clear()
+        waits = [asyncio.ensure_future(self._drained.wait()), asyncio.ensure_future(self._abort_drain.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
     async def on_token_error(self, bad_token: str) -> str:
         """Zalo rejected ``bad_token`` (-216/-220/-124): refresh once unless someone already did."""
+        self._abort_drain.set()
         if self.state is not None and self.state.access_token and self.state.access_token != bad_token and self.valid_for() > 0:
             return self.state.access_token
         state = await self.refresh("token_error", force=True)
@@ -243,6 +279,15 @@ class TokenManager:
             self.problem = f"no OA refresh token; {REAUTHORIZE_HINT}"
             raise TokenEndpointError(self.problem)
         old = self.state
+        if not force and self.valid_for() > 60:
+            self._gate.clear()
+            await self._drain()
+        try:
+            return await self._exchange_refresh(old, reason)
+        finally:
+            self._gate.set()
+
+    async def _exchange_refresh(self, old: TokenState, reason: str) -> TokenState:
         await self.store.kv_put(
             REFRESH_MARKER_KEY, {"at": self.clock(), "refresh_token_tail": old.refresh_token[-6:], "reason": reason}
         )
@@ -320,6 +365,10 @@ class TokenManager:
         by_expiry = self.state.expires_at - margin
         by_age = self.state.refresh_issued_at + self.max_age_s * (1.0 - self._jitter / 5)
         return max(0.0, min(by_expiry, by_age) - self.clock())
+
+    def poke(self) -> None:
+        """Re-evaluate the refresh schedule now (after stored tokens or the clock changed)."""
+        self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when new tokens are stored."""
