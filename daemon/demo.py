@@ -71,8 +71,11 @@ async def run(out: Callable[[str], None] = print) -> int:
     from .appkeys import STATE
 
     zsim, csim = ZaloSim(), CleverTapSim()
+    async def brochure(request: web.Request) -> web.Response:
+        return web.Response(body=DEMO_PDF, content_type="application/pdf")
+
     files = web.Application()
-    files.router.add_get("/files/brochure.pdf", lambda r: web.Response(body=DEMO_PDF, content_type="application/pdf"))
+    files.router.add_get("/files/brochure.pdf", brochure)
     runners = []
     z_runner, z_url = await serve(zsim.app())
     c_runner, c_url = await serve(csim.app())
