@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test run check-config bench clean
+.PHONY: demo test run check-config bench clean systemd-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/zalo-bridge demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test systemd-tools
 	$(BIN)/python -m pytest -q
+
+# The unit-file tests need systemd-analyze; install Debian's systemd package if it is missing.
+systemd-tools:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "installing systemd (for systemd-analyze)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; fi; }
 
 run: $(VENV)/.installed
 	$(BIN)/zalo-bridge run --config config.toml

@@ -51,7 +51,7 @@ async def serve(cfg: Config, *, stop: asyncio.Event | None = None, ready: asynci
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_received", action="logs are written to stdout; nothing to reopen"))
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_templates(cfg))
     started = time.monotonic()
     await runner.setup()  # opens the store, sessions, token manager, workers
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
@@ -74,6 +74,29 @@ async def serve(cfg: Config, *, stop: asyncio.Event | None = None, ready: asynci
     await runner.cleanup()  # stop accepting, finish requests, stop workers, flush, close store
     notifier.close()
     log.info("daemon_stopped")
+
+
+def reload_templates(cfg: Config) -> bool:
+    """SIGHUP: re-read [templates] from the config file (everything else needs a restart).
+
+    Logs go to stdout (journald), so there is no log file to reopen.
+    """
+    from .zalo.messages import SpecError, validate
+
+    try:
+        fresh = config_mod.load(cfg.source, require_secrets=False)
+        for name, spec in fresh.templates.items():
+            try:
+                validate(spec, where=f"templates.{name}")
+            except SpecError as exc:
+                raise ConfigError(exc.field, exc.message) from None
+    except ConfigError as exc:
+        log.error("templates_reload_failed", error=str(exc), kept=sorted(cfg.templates))
+        return False
+    cfg.templates.clear()
+    cfg.templates.update(fresh.templates)
+    log.info("templates_reloaded", templates=sorted(cfg.templates))
+    return True
 
 
 async def _watchdog(notifier: Any, rt: Any) -> None:
