@@ -15,7 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from . import logs
+from . import jsonutil, logs
 from .appkeys import CONFIG, METRICS, STATE
 from .clevertap.webhook import PayloadError
 from .flows.campaign import plan_campaign, summarize
@@ -205,8 +205,8 @@ async def clevertap_webhook(request: web.Request) -> web.Response:
         return _unauthorized(request)
     raw = await read_body(request, "clevertap")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data = jsonutil.loads(raw)
+    except jsonutil.JSONError as exc:
         return _reject(request, "clevertap", 400, "malformed_json", f"body is not valid JSON: {exc}")
     try:
         plan = plan_campaign(data, cfg, st.identity)

@@ -6,11 +6,10 @@ JSON numbers is re-parsed with the standard library, which keeps integers exact.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from .. import jsonutil
 
 USER_MESSAGE_EVENTS = frozenset(
     {
@@ -50,29 +49,12 @@ def is_known(event_name: str) -> bool:
     return event_name in KNOWN_EVENTS or is_oa_echo(event_name)
 
 
-def _has_wide_number(obj: Any) -> bool:
-    if isinstance(obj, float):
-        return True
-    if isinstance(obj, dict):
-        return any(_has_wide_number(v) for v in obj.values())
-    if isinstance(obj, list):
-        return any(_has_wide_number(v) for v in obj)
-    return False
-
-
 def parse_body(raw: bytes) -> dict[str, Any]:
     """JSON object from the raw body; raises EventError."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EventError(f"body is not valid JSON: {exc}") from None
-    else:
-        if _has_wide_number(data):
-            # orjson turns integers wider than 64 bits into floats: re-parse exactly.
-            data = json.loads(raw)
+        data = jsonutil.loads(raw)
+    except jsonutil.JSONError as exc:
+        raise EventError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventError("body must be a JSON object")
     return data
