@@ -8,25 +8,18 @@ and any integer outside the 64-bit range becomes a string (ids are strings anywa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
 _MIN, _MAX = -(2**63), 2**64 - 1
+# Only a run of 20+ digits can be an integer outside the 64-bit range.
+_WIDE = re.compile(rb"\d{20,}")
 
 
 class JSONError(ValueError):
     pass
-
-
-def _has_float(obj: Any) -> bool:
-    if isinstance(obj, float):
-        return True
-    if isinstance(obj, dict):
-        return any(_has_float(v) for v in obj.values())
-    if isinstance(obj, list):
-        return any(_has_float(v) for v in obj)
-    return False
 
 
 def _narrow(obj: Any) -> Any:
@@ -43,13 +36,11 @@ def _narrow(obj: Any) -> Any:
 
 def loads(raw: bytes) -> Any:
     """Parse JSON exactly; raises JSONError."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        if not _has_float(data):
-            return data
+    if not _WIDE.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the standard library's error message is clearer
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -166,6 +166,9 @@ class _Op:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     notify: tuple[str, ...] = ()
+    # Isolated operations run in a savepoint so that a failing one does not undo its
+    # neighbours in the group; plain inserts skip it (they only fail when the commit does).
+    isolated: bool = True
 
 
 _STOP = object()
@@ -200,6 +203,9 @@ class Store:
         self._closed = False
         self._stats_cache: StoreStats | None = None
         self._activity: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        # Enqueues issued in the same event-loop iteration travel to the store thread as one op.
+        self._enq_pending: list[tuple[Sequence[NewJob], asyncio.Future[list[int | None]]]] = []
+        self._enq_scheduled = False
         self.recovered = 0
         self.commits = 0
 
@@ -326,6 +332,9 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
+                if not op.isolated:
+                    results.append((op, True, op.fn(conn)))
+                    continue
                 # A savepoint per operation: one failing operation does not undo the others.
                 conn.execute("SAVEPOINT op")
                 try:
@@ -380,13 +389,13 @@ class Store:
         for kind in kinds:
             self._event(kind).set()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, notify: Iterable[str] = ()) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, notify: Iterable[str] = (), isolated: bool = True) -> T:
         """Run ``fn(conn)`` on the store thread inside a (grouped) transaction."""
         if self._closed:
             raise StoreError("the state store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._q.put(_Op(fn, fut, loop, tuple(notify)))
+        self._q.put(_Op(fn, fut, loop, tuple(notify), isolated))
         return await fut
 
     # ------------------------------------------------------------------ wake-ups
@@ -461,14 +470,46 @@ class Store:
         return job_id
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[int | None]:
-        """Store several jobs in one transaction (all or nothing)."""
+        """Store several jobs in one transaction (all or nothing); returns after the commit."""
+        if self._closed:
+            raise StoreError("the state store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[int | None]] = loop.create_future()
+        self._enq_pending.append((jobs, fut))
+        if not self._enq_scheduled:
+            self._enq_scheduled = True
+            loop.call_soon(self._flush_enqueues, loop)
+        return await fut
 
-        def op(conn: sqlite3.Connection) -> list[int | None]:
+    def _flush_enqueues(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._enq_scheduled = False
+        batch, self._enq_pending = self._enq_pending, []
+        if not batch:
+            return
+
+        def op(conn: sqlite3.Connection) -> list[list[int | None]]:
             now = self.clock()
-            return [self._insert(conn, now, j) for j in jobs]
+            return [[self._insert(conn, now, j) for j in jobs] for jobs, _ in batch]
 
-        kinds = {j.kind for j in jobs if j.state == "ready"}
-        return await self.run(op, notify=kinds)
+        outer: asyncio.Future[list[list[int | None]]] = loop.create_future()
+
+        def deliver(f: asyncio.Future[list[list[int | None]]]) -> None:
+            exc = f.exception()
+            results = f.result() if exc is None else [None] * len(batch)
+            for (_, fut), ids in zip(batch, results):
+                if fut.done():  # the request went away; its rows are committed all the same
+                    continue
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(ids)
+
+        outer.add_done_callback(deliver)
+        kinds = tuple({j.kind for jobs, _ in batch for j in jobs if j.state == "ready"})
+        if self._closed:
+            outer.set_exception(StoreError("the state store is closed"))
+            return
+        self._q.put(_Op(op, outer, loop, kinds, isolated=False))
 
     async def claim(self, kind: str, limit: int) -> list[Job]:
         """Take up to ``limit`` due ready jobs of ``kind``; they become in flight."""
@@ -534,8 +575,19 @@ class Store:
 
         def op(conn: sqlite3.Connection) -> None:
             now = self.clock()
+            plain_done: list[int] = []
             for job_id, out in items:
-                self._settle_one(conn, now, job_id, out)
+                if out.state == "done" and out.progress is None and not out.follow_ups and not out.sent_message_id and out.error is None:
+                    plain_done.append(job_id)
+                else:
+                    self._settle_one(conn, now, job_id, out)
+            for i in range(0, len(plain_done), 500):
+                chunk = plain_done[i : i + 500]
+                conn.execute(
+                    f"UPDATE jobs SET state = 'done', updated_at = ?, last_error = NULL"
+                    f" WHERE state = 'inflight' AND id IN ({','.join('?' * len(chunk))})",
+                    (now, *chunk),
+                )
             if users:
                 self._upsert_users(conn, now, users)
 

@@ -319,7 +319,7 @@ class Uploader:
             return Outcome.retry(backoff_delay(attempts, *self.backoff), reason, progress=progress)
         if dead:
             return Outcome.dead("; ".join(f"{k}: {why}" for k, why in dead)[:500], progress=progress)
-        return Outcome.done(progress=progress, error=p.note)
+        return Outcome.done(error=p.note)
 
     # ------------------------------------------------------------------ shutdown
 
