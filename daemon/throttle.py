@@ -1,7 +1,8 @@
 """One rate budget for every Zalo API call, with priorities.
 
-asyncio-throttle's ``Throttler`` enforces the rate (a sliding one-second window). In front of
-it sits a small dispatcher: callers wait in a priority heap and a single task hands out each
+asyncio-throttle's ``Throttler`` enforces the rate: a sliding window of 0.25 s holding
+``rate / 4`` calls (so bursts stay small), which sleeps until a slot frees instead of polling.
+In front of it sits a small dispatcher: callers wait in a priority heap and a single task hands out each
 slot the throttler grants to the most urgent waiter, so campaign sends always go before
 follower backfill calls while both share the same budget.
 """
@@ -86,12 +87,27 @@ class PriorityThrottle:
         self._heap.clear()
 
 
+WINDOW_S = 0.25  # short window: bursts stay small (rate/4 calls), the long-run rate is exact
+
+
+class _ExactThrottler(Throttler):
+    """asyncio-throttle's sliding window, sleeping until the oldest slot frees instead of polling."""
+
+    async def acquire(self) -> None:
+        while True:
+            self.flush()
+            if len(self._task_logs) < self.rate_limit:
+                break
+            wait = self._task_logs[0] + self.period - time.monotonic()
+            await asyncio.sleep(max(wait, 0.0) + 0.0001)
+        self._task_logs.append(time.monotonic())
+
+
 def _slots(rate: float) -> int:
-    return max(1, round(rate)) if rate >= 1 else 1
+    return max(1, round(rate * WINDOW_S))
 
 
 def _make_throttler(rate: float) -> Throttler:
-    # Below one call per second the window is stretched instead (1 call per 1/rate seconds).
-    if rate >= 1:
-        return Throttler(rate_limit=_slots(rate), period=1.0, retry_interval=0.005)
-    return Throttler(rate_limit=1, period=1.0 / rate, retry_interval=0.01)
+    slots = _slots(rate)
+    # slots / period == rate exactly (e.g. 500/s: 125 calls per 0.25 s; 0.5/s: 1 call per 2 s).
+    return _ExactThrottler(rate_limit=slots, period=slots / rate)
