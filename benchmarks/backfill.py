@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import daemon_env  # noqa: E402
 from daemon.sim import CleverTapSim, ZaloSim, serve  # noqa: E402
 
 
@@ -54,9 +54,7 @@ requests_per_second = {args.rate}
 [clevertap]
 api_base = "{c_url}"
 """)
-    env = {**os.environ, "ZALO_APP_SECRET": zsim.app_secret, "ZALO_OA_SECRET_KEY": zsim.oa_secret_key,
-           "ZALO_REFRESH_TOKEN": zsim.issue_tokens()[1], "CLEVERTAP_ACCOUNT_ID": csim.account_id,
-           "CLEVERTAP_PASSCODE": csim.passcode, "CLEVERTAP_WEBHOOK_USER": "u", "CLEVERTAP_WEBHOOK_PASSWORD": "p"}
+    env = daemon_env(zsim, csim)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "daemon", "backfill", "--once", "--config", str(cfg),
                                                 cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import statistics
@@ -29,6 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import daemon_env, free_port  # noqa: E402
 from daemon.sim import CleverTapSim, ZaloSim, serve  # noqa: E402
 
 BARE_APP = """
@@ -58,13 +58,6 @@ request = function()
 end
 """
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_requests(zsim: ZaloSim, n: int, users: int, path: Path, start: int) -> None:
@@ -166,9 +159,7 @@ api_base = "{c_url}"
 [backfill]
 enabled = false
 """)
-    env = {**os.environ, "ZALO_APP_SECRET": zsim.app_secret, "ZALO_OA_SECRET_KEY": zsim.oa_secret_key,
-           "ZALO_REFRESH_TOKEN": zsim.issue_tokens()[1], "CLEVERTAP_ACCOUNT_ID": csim.account_id,
-           "CLEVERTAP_PASSCODE": csim.passcode, "CLEVERTAP_WEBHOOK_USER": "u", "CLEVERTAP_WEBHOOK_PASSWORD": "p"}
+    env = daemon_env(zsim, csim)
     daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(cfg)], cwd=ROOT, env=env)
     bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port_b)])
     results: dict[str, list[tuple[float, float]]] = {"bare": [], "daemon": []}

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import free_port  # noqa: E402
+
 BARE = """
 import sys
 from aiohttp import web
@@ -31,13 +33,6 @@ print("ready", flush=True)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -74,7 +69,6 @@ def fill(db: str, n: int) -> None:
 
 
 def daemon(cfg: Path, port: int, env: dict[str, str]) -> tuple[float, float, float]:
-    started = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(cfg)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL)
     try:

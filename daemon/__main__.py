@@ -59,7 +59,7 @@ async def serve(cfg: Config, *, stop: asyncio.Event | None = None, ready: asynci
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise SystemExit(_fail(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}", EXIT_FAILURE))
+        raise SystemExit(_fail(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {exc.strerror}", EXIT_FAILURE)) from None
     rt = app[STATE]
     log.info("daemon_started", host=cfg.server.host, port=cfg.server.port, startup_ms=round((time.monotonic() - started) * 1000, 1),
              config=cfg.source, store=cfg.store.path)
@@ -81,15 +81,8 @@ def reload_templates(cfg: Config) -> bool:
 
     Logs go to stdout (journald), so there is no log file to reopen.
     """
-    from .zalo.messages import SpecError, validate
-
     try:
-        fresh = config_mod.load(cfg.source, require_secrets=False)
-        for name, spec in fresh.templates.items():
-            try:
-                validate(spec, where=f"templates.{name}")
-            except SpecError as exc:
-                raise ConfigError(exc.field, exc.message) from None
+        fresh = config_mod.load(cfg.source, require_secrets=False)  # validates the templates
     except ConfigError as exc:
         log.error("templates_reload_failed", error=str(exc), kept=sorted(cfg.templates))
         return False
@@ -133,15 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        cfg = _load(args)
-        # Templates must be valid message specs too.
-        from .zalo.messages import SpecError, validate
-
-        for name, spec in cfg.templates.items():
-            try:
-                validate(spec, where=f"templates.{name}")
-            except SpecError as exc:
-                raise ConfigError(exc.field, exc.message) from None
+        cfg = _load(args)  # templates are validated as message specs too
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", EXIT_CONFIG)
     print(f"# effective configuration ({cfg.source}); secrets are masked")

@@ -226,11 +226,11 @@ class Config:
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "<defaults>"
 
-    def replace(self, **sections: Any) -> "Config":
-        """Return a copy with whole sections or nested keys replaced ("zalo.app_id"=...)."""
+    def replace(self, **values: Any) -> "Config":
+        """A copy with keys replaced: ``cfg.replace(**{"zalo.app_id": "1", "server.port": 0})``."""
         cfg = self
-        for dotted, value in sections.items():
-            cfg = _replace_path(cfg, dotted.split("__") if "__" in dotted else dotted.split("."), value)
+        for dotted, value in values.items():
+            cfg = _replace_path(cfg, dotted.split("."), value)
         return cfg
 
 
@@ -408,6 +408,7 @@ def validate(cfg: Config, *, require_secrets: bool = True) -> None:
         raise ConfigError("backfill.since", f"must be a date as YYYY_MM_DD, got {cfg.backfill.since!r}") from None
     if not cfg.store.path:
         raise ConfigError("store.path", "is required")
+    validate_templates(cfg.templates)
     if require_secrets:
         for attr, name in SECRET_NAMES.items():
             if attr in OPTIONAL_SECRETS:
@@ -418,6 +419,17 @@ def validate(cfg: Config, *, require_secrets: bool = True) -> None:
                     f"secret is missing: set the environment variable {name} "
                     f"or the systemd credential $CREDENTIALS_DIRECTORY/{name}",
                 )
+
+
+def validate_templates(templates: Mapping[str, Any]) -> None:
+    """Every [templates.NAME] must be a valid message spec (placeholders are not rendered yet)."""
+    from .zalo.messages import SpecError, validate as validate_spec
+
+    for name, spec in templates.items():
+        try:
+            validate_spec(spec, where=f"templates.{name}")
+        except SpecError as exc:
+            raise ConfigError(exc.field, exc.message) from None
 
 
 def _check_url(key: str, value: str) -> None:

@@ -17,7 +17,6 @@ from daemon.flows.backfill import LAST_KEY, PASS_KEY, split_range
 from daemon.store import Store
 
 from .conftest import ROOT, daemon_config_values, eventually, subprocess_env, write_config
-from .samples import fresh
 
 
 def min_list_calls(zsim: Any) -> int:

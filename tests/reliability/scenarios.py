@@ -50,9 +50,9 @@ async def kill_under_load(tmp_path: Path, zsim: ZaloSim, csim: CleverTapSim, zal
             senders = [f"{9100000000000000000 + i}" for i in range(50)]
             while pending and not stop.is_set():
                 batch, pending[:] = pending[:20], pending[20:]
-                retry = []
+                retry: list[str] = []
 
-                async def one(mid: str) -> None:
+                async def one(mid: str, retry: list[str] = retry) -> None:
                     nonlocal sent_attempts
                     body = zsim.event("user_send_text", senders[hash(mid) % len(senders)], msg_id=mid, text="hi")
                     sent_attempts += 1
