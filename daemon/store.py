@@ -204,7 +204,7 @@ class Store:
         self._stats_cache: StoreStats | None = None
         self._activity: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         # Enqueues issued in the same event-loop iteration travel to the store thread as one op.
-        self._enq_pending: list[tuple[Sequence[NewJob], asyncio.Future[list[int | None]]]] = []
+        self._enq_pending: list[tuple[Sequence[NewJob], list[bytes], asyncio.Future[list[int | None]]]] = []
         self._enq_scheduled = False
         self.recovered = 0
         self.commits = 0
@@ -432,7 +432,7 @@ class Store:
 
     # ------------------------------------------------------------------ jobs
 
-    def _insert(self, conn: sqlite3.Connection, now: float, job: NewJob) -> int | None:
+    def _insert(self, conn: sqlite3.Connection, now: float, job: NewJob, blob: bytes | None = None) -> int | None:
         if job.dedupe_key is not None:
             row = conn.execute("SELECT expires_at FROM dedupe WHERE key = ?", (job.dedupe_key,)).fetchone()
             if row is not None and row[0] > now:
@@ -441,7 +441,7 @@ class Store:
         cur = conn.execute(
             "INSERT INTO jobs (kind, state, payload, dedupe_key, attempts, next_at, created_at, updated_at, last_error)"
             " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
-            (job.kind, job.state, orjson.dumps(job.payload), job.dedupe_key, next_at, now, now, job.note),
+            (job.kind, job.state, blob if blob is not None else orjson.dumps(job.payload), job.dedupe_key, next_at, now, now, job.note),
         )
         job_id = cur.lastrowid
         if job.dedupe_key is not None:
@@ -473,9 +473,11 @@ class Store:
         """Store several jobs in one transaction (all or nothing); returns after the commit."""
         if self._closed:
             raise StoreError("the state store is closed")
+        # Serialise here: a payload that cannot be stored fails its own caller, not the group.
+        blobs = [orjson.dumps(j.payload) for j in jobs]
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[int | None]] = loop.create_future()
-        self._enq_pending.append((jobs, fut))
+        self._enq_pending.append((jobs, blobs, fut))
         if not self._enq_scheduled:
             self._enq_scheduled = True
             loop.call_soon(self._flush_enqueues, loop)
@@ -489,14 +491,14 @@ class Store:
 
         def op(conn: sqlite3.Connection) -> list[list[int | None]]:
             now = self.clock()
-            return [[self._insert(conn, now, j) for j in jobs] for jobs, _ in batch]
+            return [[self._insert(conn, now, j, b) for j, b in zip(jobs, blobs)] for jobs, blobs, _ in batch]
 
         outer: asyncio.Future[list[list[int | None]]] = loop.create_future()
 
         def deliver(f: asyncio.Future[list[list[int | None]]]) -> None:
             exc = f.exception()
             results = f.result() if exc is None else [None] * len(batch)
-            for (_, fut), ids in zip(batch, results):
+            for (_, _, fut), ids in zip(batch, results):
                 if fut.done():  # the request went away; its rows are committed all the same
                     continue
                 if exc is not None:
@@ -505,7 +507,7 @@ class Store:
                     fut.set_result(ids)
 
         outer.add_done_callback(deliver)
-        kinds = tuple({j.kind for jobs, _ in batch for j in jobs if j.state == "ready"})
+        kinds = tuple({j.kind for jobs, _, _ in batch for j in jobs if j.state == "ready"})
         if self._closed:
             outer.set_exception(StoreError("the state store is closed"))
             return

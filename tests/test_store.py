@@ -78,6 +78,17 @@ async def test_failing_operation_does_not_undo_its_neighbours(tmp_path: Path) ->
         await store.close()
 
 
+async def test_an_unstorable_payload_fails_only_its_own_enqueue(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "s.db"))
+    try:
+        results = await asyncio.gather(store.enqueue("k", {"ok": 1}), store.enqueue("k", {"bad": object()}),
+                                       store.enqueue("k", {"ok": 2}), return_exceptions=True)
+        assert isinstance(results[1], TypeError)
+        assert [j.payload for j in await store.jobs(kind="k")] == [{"ok": 1}, {"ok": 2}]
+    finally:
+        await store.close()
+
+
 async def test_concurrent_enqueues_share_commits(tmp_path: Path) -> None:
     store = await Store.open(str(tmp_path / "s.db"))
     try:
