@@ -4,7 +4,9 @@ asyncio-throttle's ``Throttler`` enforces the rate: a sliding window of 0.25 s h
 ``rate / 4`` calls (so bursts stay small), which sleeps until a slot frees instead of polling.
 In front of it sits a small dispatcher: callers wait in a priority heap and a single task hands out each
 slot the throttler grants to the most urgent waiter, so campaign sends always go before
-follower backfill calls while both share the same budget.
+follower backfill calls while both share the same budget. While sends flow, a slot that would
+go to a background call is held briefly for the next send (the gap between one send finishing
+and the next being claimed), so the backfill only uses budget the sends leave idle.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class PriorityThrottle:
         self._on_wait = on_wait
         self._penalty_until = 0.0
         self.granted = [0, 0]
+        # While sends flow, a slot that would go to a background call is held this long for a
+        # send that may be on its way (between one send finishing and the next being claimed).
+        self.send_hold_s = min(0.1, 4.0 / rate_per_s)
+        self._last_send = float("-inf")
+        self._send_waiting = asyncio.Event()
 
     async def acquire(self, priority: int = SEND) -> None:
         """Wait for a slot of the shared budget."""
@@ -44,6 +51,8 @@ class PriorityThrottle:
         fut: asyncio.Future[None] = loop.create_future()
         started = time.monotonic()
         heapq.heappush(self._heap, (priority, next(self._seq), fut))
+        if priority == SEND:
+            self._send_waiting.set()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._dispatch(), name="zalo-throttle")
         await fut
@@ -56,12 +65,28 @@ class PriorityThrottle:
                 self._penalty_until = 0.0
                 self._throttler.rate_limit = _slots(self.rate)
             await self._throttler.acquire()
+            await self._hold_for_sends()
             while self._heap:
                 priority, _, fut = heapq.heappop(self._heap)
                 if not fut.done():
                     fut.set_result(None)
                     self.granted[min(priority, 1)] += 1
+                    if priority == SEND:
+                        self._last_send = time.monotonic()
                     break
+
+    async def _hold_for_sends(self) -> None:
+        """Background is next in line, but sends were flowing a moment ago: wait briefly for one."""
+        if not self._heap or self._heap[0][0] == SEND:
+            return
+        remaining = self._last_send + self.send_hold_s - time.monotonic()
+        if remaining <= 0:
+            return
+        self._send_waiting.clear()
+        try:
+            await asyncio.wait_for(self._send_waiting.wait(), remaining)
+        except TimeoutError:
+            pass
 
     def slow_down(self, factor: float = 0.5, for_s: float = 60.0) -> None:
         """Zalo said -32 (rate limit): use a smaller budget for a while."""

@@ -63,13 +63,11 @@ async def _uploads_settled(b: Any) -> bool:
 async def test_oa_with_120k_followers_is_listed_in_slices(bridge_factory: Any, zsim: Any, csim: Any) -> None:
     b = await bridge_factory(zalo__requests_per_second=5000.0, clevertap__flush_interval_s=0.2)
     zsim.add_users(120_000, spread_days=200)
-    started = time.monotonic()
     summary = await b.rt.backfill.run_pass()
     await b.until(lambda: len(csim.profile_updates) >= 120_000, timeout=120, what="uploads")
     await b.until(lambda: _uploads_settled(b), timeout=60, what="jobs settled")
     check_pass(zsim, csim, 120_000, summary)
     assert summary["slices"] > 12 and summary["unreachable"] == 0
-    assert time.monotonic() - started < 120
 
 
 async def test_users_known_from_webhooks_are_not_uploaded_again(bridge_factory: Any, zsim: Any, csim: Any) -> None:
@@ -133,17 +131,18 @@ async def test_sends_go_first_when_a_pass_races_a_campaign(bridge_factory: Any, 
     recipients = zsim.add_users(400)
     backfill = asyncio.create_task(b.rt.backfill.run_pass())
     await eventually(lambda: len(zsim.list_calls) >= 20, zsim.changed, what="backfill under way")
-    started = time.monotonic()
+    before = list(b.rt.throttle.granted)
     body = {"targetId": 5, "profiles": [{"identity": u, "profileData": {"zalo_user_id": u}} for u in recipients],
             "message": {"type": "text", "text": "flash sale"}}
     assert (await b.sender().post(body))[0] == 200
     await eventually(lambda: len(zsim.messages) >= 400, zsim.changed, timeout=30, what="campaign sent")
-    took = time.monotonic() - started
-    # The campaign alone needs 400 / rate = 2 s of budget; the backfill must not stretch it much.
-    assert took <= 400 / rate * 1.35 + 0.5, took
-    share = b.rt.throttle.granted
+    sends = b.rt.throttle.granted[0] - before[0]
+    background = b.rt.throttle.granted[1] - before[1]
+    print(f"while the campaign ran: {sends} send slots, {background} backfill slots")
+    # While sends wait, every slot of the shared budget goes to them; the backfill only gets the
+    # gaps between one send finishing and the next being claimed.
+    assert sends >= 400 and background <= sends * 0.10, (sends, background)
     await backfill
-    assert share[0] >= 400
 
 
 async def test_kill_9_mid_pass_resumes_without_relisting_finished_slices(tmp_path: Path, zsim: Any, csim: Any,

@@ -35,3 +35,27 @@ async def test_slow_down_lowers_the_rate_for_a_while() -> None:
     throttle.slow_down(0.5, for_s=60)
     assert throttle.current_rate < 100.0
     await throttle.close()
+
+
+async def test_a_slot_is_held_for_a_send_on_its_way() -> None:
+    throttle = PriorityThrottle(1000.0)
+    await throttle.acquire(SEND)  # sends are flowing
+    order: list[str] = []
+
+    async def call(name: str, prio: int) -> None:
+        await throttle.acquire(prio)
+        order.append(name)
+
+    bg = asyncio.create_task(call("backfill", BACKGROUND))
+    await asyncio.sleep(0)  # the background call is queued first ...
+    send = asyncio.create_task(call("send", SEND))  # ... and a send arrives just after
+    await asyncio.gather(bg, send)
+    assert order == ["send", "backfill"]
+    await throttle.close()
+
+
+async def test_no_hold_when_no_send_was_granted() -> None:
+    throttle = PriorityThrottle(1000.0)
+    await throttle.acquire(BACKGROUND)  # backfill alone: nothing is held
+    assert throttle.granted == [0, 1]
+    await throttle.close()
