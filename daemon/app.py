@@ -57,7 +57,6 @@ class Runtime:
         self.backfill: Backfill | None = None
         self.background: list[asyncio.Task[Any]] = []
         self.extra_checks: list[Callable[[], tuple[str, str | None, Any]]] = []
-        self.started_at = time.monotonic()
         self.schedule_backfill = False
 
     # ------------------------------------------------------------------ readiness

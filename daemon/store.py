@@ -406,9 +406,6 @@ class Store:
             ev = self._events[kind] = asyncio.Event()
         return ev
 
-    def wake(self, kind: str) -> None:
-        self._event(kind).set()
-
     async def wait_for_any(self, kinds: Sequence[str], timeout: float) -> None:
         """Sleep until a job of any of ``kinds`` is enqueued or ``timeout`` elapses."""
         waits = [asyncio.ensure_future(self.wait_for_work(k, timeout)) for k in kinds]
@@ -784,15 +781,6 @@ class Store:
 
         return await self.run(op)
 
-    async def upsert_users(self, users: Sequence[dict[str, Any]]) -> None:
-        """Merge what we learned about users (None fields keep their stored value)."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            now = self.clock()
-            self._upsert_users(conn, now, users)
-
-        await self.run(op)
-
     def _upsert_users(self, conn: sqlite3.Connection, now: float, users: Sequence[dict[str, Any]]) -> None:
         conn.executemany(
             "INSERT INTO users (user_id, follower, last_interaction, phone, user_id_by_app, uploaded_at,"
@@ -822,24 +810,3 @@ class Store:
                 for u in users
             ],
         )
-
-    async def known_users(self, user_ids: Sequence[str]) -> set[str]:
-        """Which of these users CleverTap already has (uploaded at least once)."""
-
-        def op(conn: sqlite3.Connection) -> set[str]:
-            out: set[str] = set()
-            for i in range(0, len(user_ids), 500):
-                chunk = list(user_ids[i : i + 500])
-                marks = ",".join("?" * len(chunk))
-                out.update(
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT user_id FROM users WHERE uploaded_at IS NOT NULL AND user_id IN ({marks})", chunk
-                    )
-                )
-            return out
-
-        return await self.run(op)
-
-    async def count_users(self) -> int:
-        return await self.run(lambda conn: conn.execute("SELECT count(*) FROM users").fetchone()[0])

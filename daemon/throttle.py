@@ -97,9 +97,6 @@ class PriorityThrottle:
     def current_rate(self) -> float:
         return self._throttler.rate_limit / self._throttler.period
 
-    def waiting(self) -> int:
-        return sum(1 for *_, f in self._heap if not f.done())
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

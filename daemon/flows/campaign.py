@@ -143,8 +143,6 @@ class AssetCache:
         self.max_bytes = max_bytes
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._inflight: dict[str, asyncio.Task[tuple[str | None, ZaloResult | None]]] = {}
-        self.downloads = 0
-        self.uploads = 0
 
     @staticmethod
     def key(url: str) -> str:
@@ -178,7 +176,6 @@ class AssetCache:
             return None, ZaloResult(Action.RETRY, message=f"download of {url} failed: {type(exc).__name__}")
         if len(content) > self.max_bytes:
             return None, ZaloResult(Action.PAYLOAD, message=f"file at {url} is larger than {self.max_bytes} bytes")
-        self.downloads += 1
         filename = name or urlsplit(url).path.rsplit("/", 1)[-1] or "attachment"
         if not ctype or ctype == "application/octet-stream":
             ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
@@ -188,7 +185,6 @@ class AssetCache:
         token = (result.data or {}).get("token") if isinstance(result.data, dict) else None
         if not token:
             return None, ZaloResult(Action.RETRY, message="upload answer carried no token")
-        self.uploads += 1
         await self.store.kv_put(self.key(url), {"token": token, "expires_at": self.store.clock() + ASSET_LIFETIME_S})
         return token, None
 
@@ -210,11 +206,8 @@ class Sender:
         if not ref:
             return []
         rec = event_record(ref, name, {"campaign_id": p["campaign_id"], "zalo_user_id": p["user_id"],
-                                        "message_type": p["spec"]["type"], **data}, int(self.client_clock()))
+                                        "message_type": p["spec"]["type"], **data}, int(time.time()))
         return [NewJob("ct_record", {"records": [{"key": "event", "record": rec}]})]
-
-    def client_clock(self) -> float:
-        return time.time()
 
     def _give_up(self, job: Job, state: str, result: ZaloResult) -> Outcome:
         reason = result.describe()

@@ -26,9 +26,6 @@ from ..store import Job, Outcome, Store
 
 log = logs.get_logger("clevertap.uploader")
 
-UPLOAD_KINDS = ("zalo_event", "ct_record")
-
-
 @dataclass
 class Prepared:
     """A claimed job and the records still to send for it."""
@@ -93,7 +90,6 @@ class Uploader:
         self._stopping = asyncio.Event()
         self.auth_problem: str | None = None
         self.calls = 0
-        self.last_progress = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="clevertap-uploader")
@@ -143,7 +139,6 @@ class Uploader:
     async def _loop(self) -> None:
         deadline: float | None = None
         while True:
-            self.last_progress = time.monotonic()
             stopping = self._stopping.is_set()
             claimed = 0
             if not stopping:
@@ -297,8 +292,6 @@ class Uploader:
                 if outcome.state == "done":
                     users.extend({**u, "uploaded_at": now} if u.get("mark_uploaded") else u for u in p.users)
                 self.metrics.jobs_finished.labels(p.job.kind, outcome.state if outcome.state != "ready" else "retry").inc()
-            for u in users:
-                u.pop("mark_uploaded", None)
             await self.store.settle_many(settles, users=users)
         finally:
             self._sem.release()

@@ -8,7 +8,6 @@ and gives unfinished jobs back to the store (ready again, attempt not counted).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from .. import logs
@@ -42,12 +41,9 @@ class Worker:
         self.poll_interval_s = poll_interval_s
         self.error_backoff = error_backoff
         self.max_attempts = max_attempts
-        self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self.last_progress = time.monotonic()
-        self.processed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"worker-{self.kind}")
@@ -58,7 +54,6 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            self.last_progress = time.monotonic()
             try:
                 free = self.concurrency - len(self._running)
                 jobs = await self.store.claim(self.kind, free) if free > 0 else []
@@ -67,7 +62,6 @@ class Worker:
                 await self._idle(1.0)
                 continue
             for job in jobs:
-                await self._slots.acquire()
                 task = asyncio.create_task(self._run(job), name=f"job-{self.kind}-{job.id}")
                 self._running[job.id] = task
             if jobs:
@@ -104,14 +98,12 @@ class Worker:
                     outcome = Outcome.retry(backoff_delay(job.attempts, *self.error_backoff), f"handler error: {exc!r}"[:500])
             await self.store.settle(job.id, outcome)
             self.metrics.jobs_finished.labels(self.kind, outcome.state if outcome.state != "ready" else "retry").inc()
-            self.processed += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # settling failed (store trouble): the job stays in flight until restart
             log.error("job_settle_failed", kind=self.kind, job_id=job.id, error=repr(exc))
         finally:
             self._running.pop(job.id, None)
-            self._slots.release()
 
     async def stop(self, timeout_s: float) -> None:
         """Stop taking jobs; give in-flight ones ``timeout_s`` to finish, release the rest."""

@@ -12,9 +12,6 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-VARIANTS = ("app_secret", "oa_id")
-
-
 def compute_mac(app_id: str, raw_body: bytes, timestamp: str, secret: str) -> str:
     h = hashlib.sha256()
     h.update(app_id.encode())
