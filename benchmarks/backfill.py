@@ -24,7 +24,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import daemon_env  # noqa: E402
+from benchmarks.common import daemon_env, write_sim_config  # noqa: E402
 from daemon.sim import CleverTapSim, ZaloSim, serve  # noqa: E402
 
 
@@ -39,21 +39,8 @@ async def main() -> None:
     z_runner, z_url = await serve(zsim.app())
     c_runner, c_url = await serve(csim.app())
     tmp = tempfile.TemporaryDirectory()
-    cfg = Path(tmp.name) / "c.toml"
-    cfg.write_text(f"""
-[store]
-path = "{tmp.name}/b.db"
-[log]
-level = "warning"
-[zalo]
-app_id = "{zsim.app_id}"
-oa_id = "{zsim.oa_id}"
-api_base = "{z_url}"
-oauth_base = "{z_url}"
-requests_per_second = {args.rate}
-[clevertap]
-api_base = "{c_url}"
-""")
+    cfg = write_sim_config(Path(tmp.name) / "c.toml", f"{tmp.name}/b.db", zsim, z_url, c_url,
+                           zalo={"requests_per_second": args.rate})
     env = daemon_env(zsim, csim)
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "daemon", "backfill", "--once", "--config", str(cfg),

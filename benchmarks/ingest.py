@@ -28,7 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import daemon_env, free_port  # noqa: E402
+from benchmarks.common import daemon_env, free_port, write_sim_config  # noqa: E402
 from daemon.sim import CleverTapSim, ZaloSim, serve  # noqa: E402
 
 BARE_APP = """
@@ -140,25 +140,8 @@ async def main() -> None:
     c_runner, c_url = await serve(csim.app())
     tmp = Path(tempfile.mkdtemp(prefix="zb-ingest-"))
     port_d, port_b = free_port(), free_port()
-    cfg = tmp / "bench.toml"
-    cfg.write_text(f"""
-[server]
-port = {port_d}
-max_body_bytes = 65536
-[store]
-path = "{tmp}/bench.db"
-[log]
-level = "warning"
-[zalo]
-app_id = "{zsim.app_id}"
-oa_id = "{zsim.oa_id}"
-api_base = "{z_url}"
-oauth_base = "{z_url}"
-[clevertap]
-api_base = "{c_url}"
-[backfill]
-enabled = false
-""")
+    cfg = write_sim_config(tmp / "bench.toml", f"{tmp}/bench.db", zsim, z_url, c_url,
+                           server={"port": port_d, "max_body_bytes": 65536}, backfill={"enabled": False})
     env = daemon_env(zsim, csim)
     daemon = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(cfg)], cwd=ROOT, env=env)
     bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port_b)])

@@ -173,6 +173,14 @@ class Bridge:
         url = str(self.client.make_url("/webhooks/clevertap"))
         return WebhookSender(self.client.session, url, WEBHOOK_USER, WEBHOOK_PASSWORD)
 
+    async def readiness_failure(self, check: str) -> dict[str, str]:
+        """/readyz must answer 503 with exactly one failure of ``check``; returns it."""
+        resp = await self.client.get("/readyz")
+        body = await resp.json()
+        assert resp.status == 503, body
+        (failure,) = [f for f in body["failing"] if f["check"] == check]
+        return failure
+
     async def jobs(self, **kw: Any) -> list[Any]:
         return await self.store.jobs(**kw)
 
